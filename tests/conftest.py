@@ -35,3 +35,21 @@ def organism_model():
     """(model, tokenizer) in eval mode, as eval.load_model returns them. Never train this shared copy."""
     from eval import ORGANISM, load_model
     return load_model(ORGANISM)
+
+
+ARCHS = ("llama", "qwen2", "gemma2", "gpt2")
+
+
+def tiny(arch: str, vocab: int, attn: str = "eager"):
+    """A 2-layer random-init model of `arch` (no download), 4 heads, eval mode. Qwen2 and Gemma2
+    use grouped-query attention (2 key/value heads)."""
+    import torch
+    from transformers import AutoModelForCausalLM, Gemma2Config, GPT2Config, LlamaConfig, Qwen2Config
+    torch.manual_seed(0)
+    shared = dict(vocab_size=vocab, num_hidden_layers=2, num_attention_heads=4, hidden_size=32)
+    config = {"llama": lambda: LlamaConfig(**shared, intermediate_size=64, num_key_value_heads=4),
+              "qwen2": lambda: Qwen2Config(**shared, intermediate_size=64, num_key_value_heads=2),
+              "gemma2": lambda: Gemma2Config(**shared, intermediate_size=64, num_key_value_heads=2, head_dim=8,
+                                             sliding_window=16),
+              "gpt2": lambda: GPT2Config(vocab_size=vocab, n_layer=2, n_head=4, n_embd=32, n_positions=256)}[arch]()
+    return AutoModelForCausalLM.from_config(config, attn_implementation=attn).eval()
