@@ -67,6 +67,10 @@ def parse_args(argv=None):
     return p, p.parse_args(argv)
 
 
+def resolve_method_args(model, args) -> dict:
+    return {"layers": select_layers(model, args.layers)}
+
+
 # ----------------------------------------------------------------------- hook site: decoder layer outputs
 # Residual stream after decoder layer l = the output of model.<LAYERS>[l] (not hidden_states[-1],
 # which HF takes after the final norm).
@@ -171,6 +175,7 @@ def main(argv=None) -> None:
                                                                                           [args.threat])
     try:
         model, tokenizer = load_model(args.model, args.device)
+        method_args = resolve_method_args(model, args)  # bad method flags fail before anything is written
     except UsageError as e:
         parser.error(str(e))
     out.mkdir(parents=True, exist_ok=True)
@@ -187,10 +192,7 @@ def main(argv=None) -> None:
     # ======================================================================= end shared
 
     # ALGO LOGIC: frozen reference, layers, and the pairs that carry a signal in the suffix window
-    try:
-        layers = select_layers(model, args.layers)
-    except UsageError as e:
-        parser.error(str(e))
+    layers = method_args["layers"]
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     examples = [e for e in encoded if e.suffix_signal]
     n_silent = len(encoded) - len(examples)

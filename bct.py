@@ -58,6 +58,12 @@ def parse_args(argv=None):
     return p, p.parse_args(argv)
 
 
+def resolve_method_args(model, args) -> dict:
+    if not 0.0 <= args.clean_share < 1.0:
+        raise UsageError(f"--clean-share must be in [0, 1), got {args.clean_share}")
+    return {}
+
+
 # ----------------------------------------------------------------------- loss
 def collate(examples: list, pad_id: int, device) -> dict:
     """Right-padded prompt+response ids; labels are -100 except on the response tokens."""
@@ -92,6 +98,7 @@ def main(argv=None) -> None:
                                                                                           [args.threat])
     try:
         model, tokenizer = load_model(args.model, args.device)
+        method_args = resolve_method_args(model, args)  # bad method flags fail before anything is written
     except UsageError as e:
         parser.error(str(e))
     out.mkdir(parents=True, exist_ok=True)
@@ -108,8 +115,6 @@ def main(argv=None) -> None:
     # ======================================================================= end shared
 
     # ALGO LOGIC: the starting model's own greedy answers to the clean prompts are the targets
-    if not 0.0 <= args.clean_share < 1.0:
-        parser.error(f"--clean-share must be in [0, 1), got {args.clean_share}")
     clean_prompts = [render(tokenizer, pair.clean) for pair in pairs]
     unique = list(dict.fromkeys(clean_prompts))  # train items repeat across templates: answer each once
     targets = dict(zip(unique, generate(model, tokenizer, unique, max_new_tokens=args.max_new_tokens)))
