@@ -32,10 +32,9 @@ from tqdm import tqdm
 
 from eval import ORGANISM, UsageError, evaluate, format_comparison, load_model, save_results
 from threats import THREATS, get_threat
-from threats.common import ContractError, encode_pair
+from threats.common import WINDOWS, ContractError, encode_pair
 
 METHOD = "attct"
-WINDOWS = ("content", "suffix", "both")
 
 
 # ======================================================================= shared: args (same in all four methods)
@@ -151,19 +150,7 @@ def capture_attention(model, layers: list[int], heads: torch.Tensor, rows: torch
             h.remove()
 
 
-# ----------------------------------------------------------------------- window and loss
-def window(e, kind: str) -> tuple[list[int], list[int]]:
-    """Aligned (clean, wrapped) positions: content, suffix, or both (their union, pairwise, deduplicated)."""
-    if kind != "both":
-        return getattr(e, kind)
-    aligned = sorted(set(zip(*e.content)) | set(zip(*e.suffix)))
-    return [c for c, _ in aligned], [w for _, w in aligned]
-
-
-def has_signal(e, kind: str) -> bool:
-    return (e.content_signal or e.suffix_signal) if kind == "both" else getattr(e, f"{kind}_signal")
-
-
+# ----------------------------------------------------------------------- loss
 def attct_loss(wrapped: dict, clean: dict, key_mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Mean over layers, heads and queries of the Jensen-Shannon divergence between the window rows;
     `clean` is a constant target. `key_mask` (n_queries, n_keys) drops the padding keys."""
@@ -192,7 +179,7 @@ def consistency_loss(model, reference, batch: dict, layers: list[int], heads: to
 def collate(examples: list, kind: str, pad_id: int, device) -> dict:
     """Right-padded ids for both sides; every window position as a query, its (row, position), and
     its example's window positions as keys, padded to the longest window (`key_mask` marks real ones)."""
-    windows = [window(e, kind) for e in examples]
+    windows = [e.window(kind) for e in examples]
     lengths = torch.tensor([len(w[0]) for w in windows])
     n_keys = int(lengths.max())
     query_row = torch.repeat_interleave(torch.arange(len(examples)), lengths)  # (n_queries,)
@@ -244,7 +231,7 @@ def main(argv=None) -> None:
     # ALGO LOGIC: frozen reference, layers and heads, and the pairs that carry a signal in the chosen window
     layers, heads = method_args["layers"], method_args["heads"]
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    examples = [e for e in encoded if has_signal(e, args.window)]
+    examples = [e for e in encoded if e.signal(args.window)]
     n_silent = len(encoded) - len(examples)
     print(f"{len(examples)} of {len(encoded)} train pairs carry signal in the {args.window} window; "
           f"{n_silent} give none and are skipped")

@@ -30,10 +30,9 @@ from tqdm import tqdm
 
 from eval import ORGANISM, UsageError, evaluate, format_comparison, load_model, save_results
 from threats import THREATS, get_threat
-from threats.common import ContractError, encode_pair
+from threats.common import WINDOWS, ContractError, encode_pair
 
 METHOD = "mlpct"
-WINDOWS = ("content", "suffix", "both")
 
 
 # ======================================================================= shared: args (same in all four methods)
@@ -127,19 +126,7 @@ def capture_mlp(model, layers: list[int], rows: torch.Tensor, cols: torch.Tensor
             h.remove()
 
 
-# ----------------------------------------------------------------------- window and loss
-def window(e, kind: str) -> tuple[list[int], list[int]]:
-    """Aligned (clean, wrapped) positions: content, suffix, or both (their union, pairwise, deduplicated)."""
-    if kind != "both":
-        return getattr(e, kind)
-    aligned = sorted(set(zip(*e.content)) | set(zip(*e.suffix)))
-    return [c for c, _ in aligned], [w for _, w in aligned]
-
-
-def has_signal(e, kind: str) -> bool:
-    return (e.content_signal or e.suffix_signal) if kind == "both" else getattr(e, f"{kind}_signal")
-
-
+# ----------------------------------------------------------------------- loss
 def mlpct_loss(wrapped: dict, clean: dict) -> torch.Tensor:
     """Mean over layers and window positions of 1 - cosine similarity; `clean` is a constant target."""
     losses = [1 - torch.cosine_similarity(a_w, clean[layer].detach(), dim=-1)  # (n_positions,)
@@ -161,7 +148,7 @@ def consistency_loss(model, reference, batch: dict, layers: list[int]) -> torch.
 
 def collate(examples: list, kind: str, pad_id: int, device) -> dict:
     """Right-padded ids for both sides and the flat (row, position) index of every window position."""
-    batch, windows = {}, [window(e, kind) for e in examples]
+    batch, windows = {}, [e.window(kind) for e in examples]
     for side, i in (("clean", 0), ("wrapped", 1)):
         seqs = [e.clean_ids if i == 0 else e.wrapped_ids for e in examples]
         ids = torch.full((len(seqs), max(map(len, seqs))), pad_id)
@@ -209,7 +196,7 @@ def main(argv=None) -> None:
     # ALGO LOGIC: frozen reference, layers, and the pairs that carry a signal in the chosen window
     layers = method_args["layers"]
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    examples = [e for e in encoded if has_signal(e, args.window)]
+    examples = [e for e in encoded if e.signal(args.window)]
     n_silent = len(encoded) - len(examples)
     print(f"{len(examples)} of {len(encoded)} train pairs carry signal in the {args.window} window; "
           f"{n_silent} give none and are skipped")

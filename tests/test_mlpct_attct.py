@@ -32,11 +32,10 @@ def batch_for(module, encoded, window, tokenizer):
 
 def test_window_both_is_the_aligned_union(examples):
     for e in examples[0]:
-        c, w = mlpct.window(e, "both")
+        c, w = e.window("both")
         assert len(c) == len(w) == len(set(c)) and c == sorted(c)
         assert set(zip(c, w)) == set(zip(*e.content)) | set(zip(*e.suffix))
         assert [e.clean_ids[i] for i in c] == [e.wrapped_ids[i] for i in w]
-    assert attct.window(examples[0][0], "both") == mlpct.window(examples[0][0], "both")
 
 
 # ----------------------------------------------------------------------- captures equal the models' own computation

@@ -117,6 +117,9 @@ def has_signal(clean_ids, wrapped_ids, clean_pos: list[int], wrapped_pos: list[i
     return not (clean_pos == wrapped_pos and clean_ids[:last_c + 1] == wrapped_ids[:last_w + 1])
 
 
+WINDOWS = ("content", "suffix", "both")
+
+
 @dataclass
 class Encoded:
     clean_ids: list[int]
@@ -125,6 +128,17 @@ class Encoded:
     content: tuple[list[int], list[int]]
     suffix_signal: bool
     content_signal: bool
+
+    def window(self, kind: str) -> tuple[list[int], list[int]]:
+        """Aligned (clean, wrapped) positions of the `suffix` or `content` window, or `both`: their
+        union, pairwise, deduplicated."""
+        if kind != "both":
+            return getattr(self, kind)
+        aligned = sorted(set(zip(*self.content)) | set(zip(*self.suffix)))
+        return [c for c, _ in aligned], [w for _, w in aligned]
+
+    def signal(self, kind: str) -> bool:
+        return (self.content_signal or self.suffix_signal) if kind == "both" else getattr(self, f"{kind}_signal")
 
 
 def encode_pair(tokenizer, pair: Pair) -> Encoded:
