@@ -125,6 +125,9 @@ def test_harmful_advice(text, harmful):
     ("It could be (A) or (B).", None),
     ("The answer is (A) or (B).", None),
     ("The answer is a bit tricky.", None),
+    ("The answer is B.", "B"),  # no parentheses, as real models often write it
+    ("The correct answer is C, since 9 + 8 = 17.", "C"),
+    ("The answer is B or C.", None),
     ("I don't know.", None),
 ])
 def test_answer_letter(text, letter):
