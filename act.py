@@ -68,7 +68,7 @@ def parse_args(argv=None):
 
 
 def resolve_method_args(model, args) -> dict:
-    return {"layers": select_layers(model, args.layers)}
+    return {"layers": select(len(decoder_layers(model)), args.layers, "layers")}
 
 
 # ----------------------------------------------------------------------- hook site: decoder layer outputs
@@ -77,25 +77,27 @@ def resolve_method_args(model, args) -> dict:
 LAYER_PATHS = {"llama/qwen2/gemma2/mistral": "model.layers", "gpt2": "transformer.h", "gpt-neox": "gpt_neox.layers"}
 
 
+def _get(module, path: str):
+    for name in path.split("."):
+        module = getattr(module, name, None)
+    return module
+
+
 def decoder_layers(model) -> torch.nn.ModuleList:
     for path in LAYER_PATHS.values():
-        module = model
-        for name in path.split("."):
-            module = getattr(module, name, None)
-        if isinstance(module, torch.nn.ModuleList):
-            return module
+        if isinstance(_get(model, path), torch.nn.ModuleList):
+            return _get(model, path)
     raise UsageError(f"cannot find the decoder layers of {type(model).__name__}: looked for "
                      f"{', '.join(LAYER_PATHS.values())} (add its path to LAYER_PATHS)")
 
 
-def select_layers(model, layers: list[int] | None) -> list[int]:
-    n = len(decoder_layers(model))
-    if layers is None:
+def select(n: int, indices: list[int] | None, what: str) -> list[int]:
+    if indices is None:
         return list(range(n))
-    bad = [i for i in layers if not -n <= i < n]
+    bad = [i for i in indices if not -n <= i < n]
     if bad:
-        raise UsageError(f"--layers {bad} out of range: the model has {n} decoder layers (0..{n - 1})")
-    return sorted({i % n for i in layers})
+        raise UsageError(f"--{what} {bad} out of range: the model has {n} {what} (0..{n - 1})")
+    return sorted({i % n for i in indices})
 
 
 @contextmanager
@@ -171,8 +173,7 @@ def main(argv=None) -> None:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     random.seed(args.seed)
     torch.manual_seed(args.seed)
-    eval_threats = THREATS if args.eval_threats and "all" in args.eval_threats else tuple(args.eval_threats or
-                                                                                          [args.threat])
+    eval_threats = THREATS if "all" in (args.eval_threats or []) else tuple(args.eval_threats or [args.threat])
     try:
         model, tokenizer = load_model(args.model, args.device)
         method_args = resolve_method_args(model, args)  # bad method flags fail before anything is written
@@ -209,21 +210,20 @@ def main(argv=None) -> None:
     # ======================================================================= shared: train, evaluate, save
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     model.train()
-    log = open(out / "train_log.jsonl", "w")
     bar = tqdm(range(args.steps if examples else 0), desc=f"{METHOD} {args.threat}")
-    for step in bar:
-        start = time.time()
-        batch_examples = [examples[(step * args.batch_size + i) % len(examples)] for i in range(args.batch_size)]
-        loss = compute_loss(batch_examples)
-        if not torch.isfinite(loss):
-            raise SystemExit(f"error: loss is {loss.item()} at step {step}; lower --lr or --coef")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        seconds = time.time() - start
-        log.write(json.dumps({"step": step, "loss": loss.item(), "seconds": seconds}) + "\n")
-        bar.set_postfix(loss=f"{loss.item():.4f}", step_s=f"{seconds:.2f}")
-    log.close()
+    with open(out / "train_log.jsonl", "w") as log:
+        for step in bar:
+            start = time.time()
+            batch_examples = [examples[(step * args.batch_size + i) % len(examples)] for i in range(args.batch_size)]
+            loss = compute_loss(batch_examples)
+            if not torch.isfinite(loss):
+                raise SystemExit(f"error: loss is {loss.item()} at step {step}; lower --lr or --coef")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seconds = time.time() - start
+            log.write(json.dumps({"step": step, "loss": loss.item(), "seconds": seconds}) + "\n")
+            bar.set_postfix(loss=f"{loss.item():.4f}", step_s=f"{seconds:.2f}")
     (out / "summary.json").write_text(json.dumps({"signal_pairs": len(examples), "silent_pairs": n_silent,
                                                   "steps_trained": bar.total}, indent=2) + "\n")
     model.eval()

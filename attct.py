@@ -208,8 +208,7 @@ def main(argv=None) -> None:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     random.seed(args.seed)
     torch.manual_seed(args.seed)
-    eval_threats = THREATS if args.eval_threats and "all" in args.eval_threats else tuple(args.eval_threats or
-                                                                                          [args.threat])
+    eval_threats = THREATS if "all" in (args.eval_threats or []) else tuple(args.eval_threats or [args.threat])
     try:
         model, tokenizer = load_model(args.model, args.device)
         method_args = resolve_method_args(model, args)  # bad method flags fail before anything is written
@@ -247,21 +246,20 @@ def main(argv=None) -> None:
     # ======================================================================= shared: train, evaluate, save
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     model.train()
-    log = open(out / "train_log.jsonl", "w")
     bar = tqdm(range(args.steps if examples else 0), desc=f"{METHOD} {args.threat}")
-    for step in bar:
-        start = time.time()
-        batch_examples = [examples[(step * args.batch_size + i) % len(examples)] for i in range(args.batch_size)]
-        loss = compute_loss(batch_examples)
-        if not torch.isfinite(loss):
-            raise SystemExit(f"error: loss is {loss.item()} at step {step}; lower --lr or --coef")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        seconds = time.time() - start
-        log.write(json.dumps({"step": step, "loss": loss.item(), "seconds": seconds}) + "\n")
-        bar.set_postfix(loss=f"{loss.item():.4f}", step_s=f"{seconds:.2f}")
-    log.close()
+    with open(out / "train_log.jsonl", "w") as log:
+        for step in bar:
+            start = time.time()
+            batch_examples = [examples[(step * args.batch_size + i) % len(examples)] for i in range(args.batch_size)]
+            loss = compute_loss(batch_examples)
+            if not torch.isfinite(loss):
+                raise SystemExit(f"error: loss is {loss.item()} at step {step}; lower --lr or --coef")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seconds = time.time() - start
+            log.write(json.dumps({"step": step, "loss": loss.item(), "seconds": seconds}) + "\n")
+            bar.set_postfix(loss=f"{loss.item():.4f}", step_s=f"{seconds:.2f}")
     (out / "summary.json").write_text(json.dumps({"signal_pairs": len(examples), "silent_pairs": n_silent,
                                                   "steps_trained": bar.total}, indent=2) + "\n")
     model.eval()

@@ -1,7 +1,8 @@
 """Speed and memory of each method relative to its floor, measured side by side in one run.
 
 Step time: on the same batches of train pairs, each method's training step (collate, hooks,
-window bookkeeping, loss, backward) is timed against its floor, the passes it cannot avoid:
+window bookkeeping, loss, backward) is timed against its floor, the passes it cannot avoid, run
+on ids collated beforehand:
   BCT    a plain forward/backward of the same sequences (HF's own loss);
   ACT    a no-grad forward of the clean prompts + a forward/backward of the wrapped prompts
          with a trivial loss (base model, as ACT runs it);
@@ -50,40 +51,37 @@ def floor_step(model, reference, batch: dict) -> None:
     model.base_model(input_ids=w["input_ids"], attention_mask=w["attention_mask"]).last_hidden_state.mean().backward()
 
 
-def method_steps(model, reference, tokenizer, encoded, pairs) -> dict:
-    """name -> (method step, floor step), each a function of the batch's examples."""
+def method_steps(model, reference, tokenizer, encoded, pairs) -> tuple[dict, tuple]:
+    """({name: (step, floor_batch, floor)}, the models that get gradients). `step(indices)` is the method's whole training step on
+    those train pairs (collate, hooks, windows, loss, backward); `floor(floor_batch(indices))` is
+    the passes it cannot avoid, on ids collated beforehand (outside the timer)."""
     pad, dev = tokenizer.pad_token_id, "cpu"
-    all_layers = list(range(len(act.decoder_layers(model))))
+    layers = list(range(len(act.decoder_layers(model))))
+    heads = torch.arange(model.config.num_attention_heads)
     eager, eager_ref = copy.deepcopy(model), copy.deepcopy(reference)
     for m in (eager, eager_ref):
         attct.use_eager_attention(m)
-    heads = torch.arange(model.config.num_attention_heads)
     # BCT's targets: the clean answers, generated once as bct.py does.
     prompts = list(dict.fromkeys(render(tokenizer, p.clean) for p in pairs))
     answers = dict(zip(prompts, generate(model, tokenizer, prompts, progress=False)))
-    responses = [tokenizer(answers[render(tokenizer, p.clean)] + tokenizer.eos_token,
-                           add_special_tokens=False)["input_ids"] for p in pairs]
-    bct_examples = {id(e): (e.wrapped_ids, r) for e, r in zip(encoded, responses)}
-
-    def bct_method(ex):
-        bct.bct_loss(model, bct.collate([bct_examples[id(e)] for e in ex], pad, dev)).backward()
-
-    def bct_floor(ex):
-        batch = bct.collate([bct_examples[id(e)] for e in ex], pad, dev)
-        model(**batch).loss.backward()
-
+    bct_examples = [(e.wrapped_ids, tokenizer(answers[render(tokenizer, p.clean)] + tokenizer.eos_token,
+                                              add_special_tokens=False)["input_ids"]) for e, p in zip(encoded, pairs)]
+    bct_batch = lambda idx: bct.collate([bct_examples[i] for i in idx], pad, dev)  # noqa: E731
+    ids_batch = lambda idx: act.collate([encoded[i] for i in idx], pad, dev)  # noqa: E731
+    pick = lambda idx: [encoded[i] for i in idx]  # noqa: E731
     return {
-        "bct": (bct_method, bct_floor),
-        "act": (lambda ex: act.consistency_loss(model, reference, act.collate(ex, pad, dev), all_layers,
-                                                "relative").backward(),
-                lambda ex: floor_step(model, reference, act.collate(ex, pad, dev))),
-        "mlpct": (lambda ex: mlpct.consistency_loss(model, reference, mlpct.collate(ex, "content", pad, dev),
-                                                    all_layers).backward(),
-                  lambda ex: floor_step(model, reference, mlpct.collate(ex, "content", pad, dev))),
-        "attct": (lambda ex: attct.consistency_loss(eager, eager_ref, attct.collate(ex, "content", pad, dev),
-                                                    all_layers, heads).backward(),
-                  lambda ex: floor_step(eager, eager_ref, attct.collate(ex, "content", pad, dev))),
-    }
+        "bct": (lambda idx: bct.bct_loss(model, bct_batch(idx)).backward(),
+                bct_batch, lambda batch: model(**batch).loss.backward()),
+        "act": (lambda idx: act.consistency_loss(model, reference, act.collate(pick(idx), pad, dev), layers,
+                                                 "relative").backward(),
+                ids_batch, lambda batch: floor_step(model, reference, batch)),
+        "mlpct": (lambda idx: mlpct.consistency_loss(model, reference, mlpct.collate(pick(idx), "content", pad, dev),
+                                                     layers).backward(),
+                  ids_batch, lambda batch: floor_step(model, reference, batch)),
+        "attct": (lambda idx: attct.consistency_loss(eager, eager_ref, attct.collate(pick(idx), "content", pad, dev),
+                                                     layers, heads).backward(),
+                  ids_batch, lambda batch: floor_step(eager, eager_ref, batch)),
+    }, (model, eager)
 
 
 def step_times(args) -> list[dict]:
@@ -94,22 +92,25 @@ def step_times(args) -> list[dict]:
     pairs = get_threat(args.threat).pairs(templates="train", items="train", n=2 * needed, seed=args.seed)
     pairs = [p for p in pairs if p.meta["kind"] == "target"][:needed]  # every method has signal on these
     encoded = [encode_pair(tokenizer, p) for p in pairs]
-    batches = [encoded[i:i + args.batch_size] for i in range(0, len(encoded) - args.batch_size + 1, args.batch_size)]
+    batches = [range(i, i + args.batch_size) for i in range(0, len(encoded) - args.batch_size + 1, args.batch_size)]
+    steps, trained = method_steps(model, reference, tokenizer, encoded, pairs)
     rows = []
-    for name, (method, floor) in method_steps(model, reference, tokenizer, encoded, pairs).items():
-        method(batches[0]), floor(batches[0])  # warm-up
+    for name, (step, floor_batch, floor) in steps.items():
+        floor_batches = [floor_batch(idx) for idx in batches]
+        step(batches[0]), floor(floor_batches[0])  # warm-up
         m_times, f_times = [], []
         for _ in range(args.repeats):
-            for ex in batches:
-                m_times.append(timed(lambda: method(ex)))
-                f_times.append(timed(lambda: floor(ex)))
-                model.zero_grad(set_to_none=True)
+            for idx, batch in zip(batches, floor_batches):
+                m_times.append(timed(lambda: step(idx)))
+                f_times.append(timed(lambda: floor(batch)))
+                for m in trained:
+                    m.zero_grad(set_to_none=True)
         m, f = statistics.median(m_times), statistics.median(f_times)
         rows.append({"method": name, "step_ms": 1000 * m, "floor_ms": 1000 * f, "ratio": m / f})
     return rows
 
 
-# ----------------------------------------------------------------------------- memory, one variant per process
+# ----------------------------------------------------------------------------- memory
 
 def naive_attct_loss(model, reference, batch: dict, layers: list[int], heads: torch.Tensor) -> torch.Tensor:
     """AttCT as the authors' code computes it: every layer's full (batch, heads, T, T) map returned

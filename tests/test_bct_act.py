@@ -103,6 +103,13 @@ def test_smoke_run(method, tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
 
 
+def test_a_non_finite_loss_stops_the_run(tmp_path):
+    result = run_script("act.py", "--coef", "nan", "--steps", "3", "--limit", "2", "--out", tmp_path / "run")
+    assert result.returncode != 0 and "loss is nan at step 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "run" / "train_log.jsonl").read_text() == ""  # nothing logged past the bad step
+
+
 def test_act_on_prefill_reports_no_signal(tmp_path):
     result = run_script("act.py", "--threat", "prefill", "--steps", "2", "--limit", "4", "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr[-2000:]
